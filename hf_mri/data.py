@@ -33,6 +33,7 @@ __all__ = [
     "DataReport",
     "MriDataError",
     "discover_files",
+    "labelled_files",
     "load_splits",
     "save_report",
     "with_transforms",
@@ -178,6 +179,19 @@ def _parse_layout(root: Path, files: list[Path]) -> tuple[str, list[_Entry], lis
         entry = _Entry(path, "/".join(parts), "/".join(parts[:depth]), parts[depth - 1], given)
         entries.append(entry)
     return ("predefined" if predefined else "flat"), entries, outside, class_dirs
+
+
+def labelled_files(
+    data_dir: str | os.PathLike, negative_classes: Sequence[str] = NEGATIVE_CLASSES
+) -> tuple[list[Path], list[int]]:
+    """Every image file under `data_dir` (any layout, no split, no checks) with its 0/1 label from its folder."""
+    root = _resolve_root(data_dir, None)
+    files, _ = discover_files(root)
+    _, entries, outside, _ = _parse_layout(root, files)
+    for item in outside:
+        logger.warning("Skipping %s: %s", item["path"], item["reason"])
+    negatives = {name.lower() for name in negative_classes}
+    return [e.path for e in entries], [int(e.class_name.lower() not in negatives) for e in entries]
 
 
 def _check_classes(root: Path, class_dirs: list[str], entries: list[_Entry], mapping: dict[str, int]) -> None:

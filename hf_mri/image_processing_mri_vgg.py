@@ -288,6 +288,20 @@ class MriVggImageProcessor(BaseImageProcessor):
         std = np.asarray(self.image_std, dtype=np.float32)[:, None, None]
         return (np.broadcast_to(scaled, (3, *scaled.shape)) - mean) / std
 
+    def overlay_heatmap(self, gray: np.ndarray, heatmap: Any, alpha: float = 0.5) -> np.ndarray:
+        """Blend a [0, 1] heat map (H, W; array or tensor) in the JET colormap over `prepare_grayscale`'s
+        uint8 image: cold areas stay gray, hot ones turn red. Returns RGB uint8 (S, S, 3)."""
+        heat = np.asarray(heatmap.detach().cpu() if hasattr(heatmap, "detach") else heatmap, dtype=np.float32)
+        if heat.shape != gray.shape:
+            heat = cv2.resize(heat, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_LINEAR)
+        heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
+        color = cv2.cvtColor(
+            cv2.applyColorMap(np.round(heat * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB
+        )
+        weight = (alpha * heat)[..., None]
+        blended = (1.0 - weight) * np.repeat(gray[..., None], 3, axis=2) + weight * color
+        return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
     def preprocess(self, images: ImageLike | Sequence[ImageLike], return_tensors: str | None = "pt", **kwargs: Any):
         """Preprocess one image or a list of images (PIL, numpy arrays or paths) into `pixel_values`."""
         if kwargs:

@@ -145,9 +145,7 @@ class BinaryClassificationMetrics(evaluate.Metric):
             reference_urls=["https://scikit-learn.org/stable/modules/model_evaluation.html"],
         )
 
-    def _compute(
-        self, predictions: np.ndarray, references: np.ndarray, threshold: float = 0.5
-    ) -> dict[str, Any]:
+    def _compute(self, predictions: np.ndarray, references: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
         probs, y = _as_arrays(np.asarray(predictions, dtype=np.float32), references)
         return _metrics_from_arrays(probs, y, np.float32(threshold))
 
@@ -191,11 +189,7 @@ def make_compute_metrics(
         if labels.shape != probs.shape:
             raise ValueError(f"got {probs.size} predictions but {labels.size} labels; they must match")
         keep = labels != IGNORE_INDEX
-        labels = (
-            np.rint(labels[keep]).astype(np.int64)
-            if np.issubdtype(labels.dtype, np.floating)
-            else labels[keep]
-        )
+        labels = np.rint(labels[keep]).astype(np.int64) if np.issubdtype(labels.dtype, np.floating) else labels[keep]
         current = threshold() if callable(threshold) else threshold
         result = compute_binary_metrics(probs[keep], labels, threshold=float(current))
         (tn, fp), (fn, tp) = result.pop("confusion_matrix")
@@ -250,9 +244,7 @@ def _weighted_metrics(
         wp = np.add.reduceat((w * pos)[:, order], starts, axis=1)
         wn = np.add.reduceat((w * neg)[:, order], starts, axis=1)
         below = np.cumsum(wn, axis=1) - wn
-        auc = np.where(
-            (n_pos > 0) & (n_neg > 0), (wp * (below + 0.5 * wn)).sum(axis=1) / (n_pos * n_neg), np.nan
-        )
+        auc = np.where((n_pos > 0) & (n_neg > 0), (wp * (below + 0.5 * wn)).sum(axis=1) / (n_pos * n_neg), np.nan)
         return {
             "accuracy": (tp + tn) / w.sum(axis=1),
             "precision": ratio(tp, tp + fp),
@@ -297,9 +289,7 @@ def bootstrap_ci(
     if np.unique(y).size == 2:
         valid = ~np.isnan(values["roc_auc"])
         if not valid.any():
-            raise ValueError(
-                "every bootstrap resample held a single class; use more examples or more resamples"
-            )
+            raise ValueError("every bootstrap resample held a single class; use more examples or more resamples")
         values = {name: v[valid] for name, v in values.items()}
     result: dict[str, tuple[float, float]] = {}
     for name in METRIC_NAMES:

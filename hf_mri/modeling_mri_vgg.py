@@ -167,6 +167,33 @@ class MriVggForImageClassification(MriVggPreTrainedModel):
             pos_weight = torch.tensor([float(self.config.pos_weight)], device=logits.device, dtype=logits.dtype)
         return nn.functional.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
 
+    def grad_cam(self, pixel_values: torch.Tensor, target: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """Grad-CAM on the last conv block's ReLU output for class `target` (1 = tumour, 0 = no tumour).
+
+        Runs in eval mode (the training mode is restored after), never writes `.grad` nor changes
+        `requires_grad`, works with frozen blocks. Returns `(heatmaps, logits)`: heatmaps (B, H, W) in [0, 1]
+        at the input's size, and the logits (B, 1) of the same forward pass.
+        """
+        split = self.block_ends[-1] - 1  # index of the last max-pool: features[:split] ends at the last ReLU
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode(False), torch.enable_grad():  # also inside a caller's inference_mode
+                with torch.no_grad():
+                    activations = self.features[:split](pixel_values)
+                activations = activations.detach().requires_grad_(True)
+                logits = self.forward_head(self.features[split:](activations))
+                score = logits[:, 0] if target == 1 else -logits[:, 0]
+                (gradients,) = torch.autograd.grad(score.sum(), activations)
+        finally:
+            self.train(was_training)
+        weights = gradients.mean(dim=(2, 3), keepdim=True)
+        cam = torch.relu((weights * activations.detach()).sum(dim=1, keepdim=True))
+        cam = nn.functional.interpolate(cam, size=pixel_values.shape[-2:], mode="bilinear", align_corners=False)
+        peak = cam.amax(dim=(2, 3), keepdim=True)
+        cam = torch.where(peak > 0, cam / peak.clamp_min(torch.finfo(cam.dtype).tiny), torch.zeros_like(cam))
+        return cam[:, 0].clamp(0.0, 1.0), logits.detach()
+
     @classmethod
     def from_vgg16(
         cls,
@@ -261,6 +288,17 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     return dict(loaded)
 
 
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """True if a TCP connection to `host`:443 opens within `timeout` seconds."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def resolve_vgg16_weights(
     weights: str | os.PathLike | Mapping[str, torch.Tensor], batch_norm: bool
 ) -> tuple[Mapping[str, torch.Tensor], str]:
@@ -275,19 +313,25 @@ def resolve_vgg16_weights(
     try:
         from huggingface_hub import hf_hub_download
 
-        return load_state_dict_file(Path(hf_hub_download(hub_id, "model.safetensors"))), f"imagenet:{hub_id}"
+        # Cache first; go online only when the Hub answers at all (its client retries for ~30 s otherwise).
+        online = _reachable("huggingface.co")
+        path = hf_hub_download(hub_id, "model.safetensors", local_files_only=not online)
+        return load_state_dict_file(Path(path)), f"imagenet:{hub_id}"
     except Exception as err:  # noqa: BLE001 - fall back to torchvision, report both below
         errors.append(f"Hugging Face Hub {hub_id}: {type(err).__name__}: {err}")
     try:
         import torchvision.models as tvm
 
         tv_weights = getattr(tvm, tv_name).IMAGENET1K_V1
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(tv_weights.url).name
+        if not cached.is_file() and not _reachable("download.pytorch.org"):
+            raise ConnectionError("download.pytorch.org is unreachable and the weights are not in the torch cache")
         return tv_weights.get_state_dict(progress=True), f"imagenet:torchvision.{tv_name}.IMAGENET1K_V1"
     except Exception as err:  # noqa: BLE001
         errors.append(f"torchvision {tv_name}.IMAGENET1K_V1: {type(err).__name__}: {err}")
     raise WeightsError(
         "ImageNet VGG16 weights could not be had from either source:\n  "
         + "\n  ".join(errors)
-        + "\nConnect to the internet (or fill the Hugging Face / torch hub cache), or pass weights=PATH "
-        "to a local torchvision .pth or timm .safetensors VGG16 state dict, or weights=None for random init."
+        + "\nConnect to the internet (or fill the Hugging Face / torch hub cache), or pass weights=PATH to a local "
+        "torchvision .pth or timm .safetensors VGG16 state dict, or weights=None (CLI: --weights random)."
     )

@@ -55,9 +55,7 @@ def plot_confusion_matrix(
     """Save a 2x2 confusion matrix ``[[tn, fp], [fn, tp]]`` (rows = true class) with counts and row %."""
     matrix = np.asarray(cm, dtype=np.int64)
     if matrix.shape != (2, 2) or (matrix < 0).any():
-        raise ValueError(
-            f"cm must be a 2x2 matrix of counts [[tn, fp], [fn, tp]], got {np.asarray(cm).tolist()}"
-        )
+        raise ValueError(f"cm must be a 2x2 matrix of counts [[tn, fp], [fn, tp]], got {np.asarray(cm).tolist()}")
     if len(labels) != 2:
         raise ValueError(f"labels must name the 2 classes (negative, positive), got {list(labels)}")
     row_sums = matrix.sum(axis=1, keepdims=True)
@@ -153,9 +151,7 @@ def _to_jsonable(value: Any) -> Any:
     return value
 
 
-def write_results_json(
-    metrics: Mapping[str, Any], path: str | os.PathLike[str], prefix: str | None = None
-) -> Path:
+def write_results_json(metrics: Mapping[str, Any], path: str | os.PathLike[str], prefix: str | None = None) -> Path:
     """Write ``metrics`` as JSON atomically (temp file + ``os.replace``); NaN becomes ``null``.
 
     With ``prefix`` (``"test"`` or ``"test_"``) top-level keys become ``test_<key>``; keys that already

@@ -24,6 +24,18 @@ TINY = {
 }
 
 
+def load_script(name: str):
+    """Import scripts/<name>.py under a private module name (scripts/evaluate.py would shadow `evaluate`)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"hf_mri_script_{name}", REPO_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))  # for `import _script_path`, which takes it off again
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def tiny_config():
     from hf_mri import MriVggConfig
@@ -36,3 +48,28 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real MRI data not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def make_mri_folder(root: Path, n_per_class: int = 12, size: int = 72, seed: int = 0) -> Path:
+    """Write `root/notumor/*.png` and `root/glioma/*.png`: textured ellipses, tumours with a bright blob."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for label, folder in ((0, "notumor"), (1, "glioma")):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for index in range(n_per_class):
+            cx, cy = size / 2 + rng.uniform(-4, 4, size=2)
+            head = ((xx - cx) / (size * 0.38)) ** 2 + ((yy - cy) / (size * 0.42)) ** 2 < 1
+            image = head * rng.integers(40, 140, size=(size, size))
+            if label:
+                bx, by = rng.uniform(size * 0.35, size * 0.65, size=2)
+                image = np.where((xx - bx) ** 2 + (yy - by) ** 2 < (size * 0.1) ** 2, 250, image)
+            Image.fromarray(image.astype(np.uint8)).save(root / folder / f"{folder}_{index:03d}.png")
+    return root
+
+
+@pytest.fixture
+def mri_folder(tmp_path) -> Path:
+    return make_mri_folder(tmp_path / "mri")

@@ -84,9 +84,7 @@ def test_evaluate_metric_does_not_touch_default_cache(tmp_path):
 def test_threshold_semantics(threshold, cm):
     assert compute_binary_metrics(P, Y, threshold=threshold)["confusion_matrix"] == cm
     assert (
-        BinaryClassificationMetrics().compute(predictions=P, references=Y, threshold=threshold)[
-            "confusion_matrix"
-        ]
+        BinaryClassificationMetrics().compute(predictions=P, references=Y, threshold=threshold)["confusion_matrix"]
         == cm
     )
 

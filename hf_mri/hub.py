@@ -1,0 +1,377 @@
+"""Model card rendering, staging and pushing the model folder and its Gradio Space to the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData, SpaceCard, get_token
+from huggingface_hub.errors import LocalTokenNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.utils import validate_repo_id
+
+__all__ = ["HubPushError", "push", "stage_upload", "write_model_card"]
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATE_PATHS = (PACKAGE_DIR.parent / "model_card.md", PACKAGE_DIR / "model_card_template.md")
+SPACE_SOURCE = PACKAGE_DIR.parent / "space"
+SPACE_FILES = ("app.py", "requirements.txt", "README.md")
+MODEL_VARIABLE = "HF_MRI_MODEL"
+REVISION_VARIABLE = "HF_MRI_REVISION"
+# What goes to the Hub: weights as safetensors, configs, the portable code, the card, results and plots.
+MODEL_PATTERNS = (
+    "config.json",
+    "preprocessor_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "*.py",
+    "*_results.json",
+    "training_config.json",
+    "data_report.json",
+    "splits.csv",
+    "*.png",
+)
+SCRUBBED = ("data_report.json", "training_config.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+METRICS = {
+    "accuracy": "Accuracy",
+    "precision": "Precision (PPV)",
+    "recall": "Recall (sensitivity)",
+    "specificity": "Specificity",
+    "f1": "F1",
+    "roc_auc": "ROC-AUC",
+}
+PLOTS = (("confusion_matrix.png", "Confusion matrix"), ("roc_curve.png", "ROC curve"))
+TAGS = ["medical-imaging", "brain-mri", "mri", "vgg16", "image-classification", "custom_code"]
+
+
+class HubPushError(RuntimeError):
+    """Pushing to the Hub cannot start or failed; the message says why and what to do."""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or `{}` (with a warning) when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        logger.warning("Ignoring unreadable %s: %s", path, err)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _fmt(value: Any, metric: bool = False) -> str:
+    """Metrics with 4 decimals, other floats in their shortest form (1e-05, 0.5), None/NaN as n/a."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4f}" if metric else f"{value:g}"
+    return str(value)
+
+
+def _scrub(value: Any, data_dir: str | None) -> Any:
+    """Local absolute paths -> relative to the data folder, or their file name (never publish home dirs)."""
+    if isinstance(value, dict):
+        return {key: _scrub(item, data_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_scrub(item, data_dir) for item in value]
+    if isinstance(value, str) and os.path.isabs(value) and len(value) > 1:
+        if data_dir and value.startswith(data_dir.rstrip("/") + "/"):
+            return os.path.relpath(value, data_dir)
+        return Path(value).name
+    return value
+
+
+DATA_FACTS = (  # (data_report.json key, sentence); lists count their items; missing keys are left out
+    ("files_found", "{} image files found"),
+    ("skipped", "{} unreadable or non-image files skipped (listed in `data_report.json`)"),
+    ("exact_duplicates_removed", "{} exact duplicates removed"),
+    ("near_duplicate_groups", "{} groups of near-duplicates, each kept inside one split"),
+    ("test_leaks_removed", "{} training copies of test images dropped"),
+    ("conflicting_images_dropped", "{} images dropped for conflicting labels"),
+)
+
+
+def _data_summary(report: dict[str, Any]) -> dict[str, Any] | None:
+    if not report:
+        return None
+    label_names = report.get("label_names") or ["no_tumor", "tumor"]
+    counts = report.get("label_counts") or {}
+    facts = [
+        text.format(len(report[key]) if isinstance(report[key], list) else report[key])
+        for key, text in DATA_FACTS
+        if report.get(key) is not None
+    ]
+    split = {key: report.get(key) for key in ("seed", "val_fraction", "test_fraction") if report.get(key) is not None}
+    return {
+        "name": Path(str(report.get("data_dir", "unknown"))).name,
+        "layout": report.get("layout", "unknown"),
+        "dedupe": report.get("dedupe"),
+        "facts": facts,
+        "split": ", ".join(f"{key} **{value}**" for key, value in split.items()) or "not recorded",
+        "label_names": label_names,
+        "counts": [(name, [c.get(n, 0) for n in label_names] + [sum(c.values())]) for name, c in counts.items()],
+        "class_counts": list((report.get("class_counts") or {}).items()),
+    }
+
+
+def write_model_card(
+    model_dir: str | os.PathLike,
+    *,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    space_id: str | None = None,
+    datasets: list[str] | None = None,
+    license: str = "apache-2.0",
+    template: str | os.PathLike | None = None,
+    output_path: str | os.PathLike | None = None,
+) -> Path:
+    """Render the model card (metadata + `model-index` with the real test results) into `model_dir/README.md`.
+
+    Reads `config.json`, `preprocessor_config.json`, `test_results.json`, `data_report.json` and
+    `training_config.json` from `model_dir`; a missing results file makes the card say "not evaluated".
+    """
+    model_dir = Path(model_dir)
+    config = _read_json(model_dir / "config.json")
+    if not config:
+        raise FileNotFoundError(f"{model_dir}: no readable config.json; is this a folder written by save_pretrained?")
+    template = Path(template) if template else next((p for p in TEMPLATE_PATHS if p.is_file()), None)
+    if template is None or not template.is_file():
+        raise FileNotFoundError(f"model card template not found (looked for {', '.join(map(str, TEMPLATE_PATHS))})")
+    repo_id = repo_id or f"your-namespace/{model_dir.resolve().name}"  # push() renders it again with the real id
+    results = _read_json(model_dir / "test_results.json")
+    report = _read_json(model_dir / "data_report.json")
+    data_dir = report.get("data_dir")
+    hyper = _scrub(_read_json(model_dir / "training_config.json"), data_dir)
+    preprocessing = _read_json(model_dir / "preprocessor_config.json")
+    preprocessing = {k: v for k, v in preprocessing.items() if k not in ("auto_map", "image_processor_type")}
+
+    threshold = results.get("test_threshold", config.get("threshold", 0.5))
+    task = {"task_type": "image-classification", "task_name": "Brain tumour detection (binary)"}
+    dataset = {"dataset_type": (datasets or ["imagefolder"])[0], "dataset_split": "test"}
+    dataset["dataset_name"] = f"{Path(str(data_dir)).name} (held-out test split)" if data_dir else "held-out test split"
+    values = {key: results[f"test_{key}"] for key in METRICS if f"test_{key}" in results}
+    metric_rows = [(METRICS[key], _fmt(value, metric=True)) for key, value in values.items()]
+    eval_results = [
+        EvalResult(
+            **task,
+            **dataset,
+            metric_type=key,
+            metric_name=f"Test {METRICS[key]}",
+            metric_value=float(value),
+            metric_args={"threshold": threshold},
+        )
+        for key, value in values.items()
+        if isinstance(value, (int, float)) and math.isfinite(value)
+    ]
+    matrix = results.get("test_confusion_matrix")
+    confusion = None
+    if isinstance(matrix, list) and len(matrix) == 2 and all(isinstance(r, list) and len(r) == 2 for r in matrix):
+        (tn, fp), (fn, tp) = matrix
+        confusion = {"tn": tn, "fp": fp, "fn": fn, "tp": tp}
+    weights_source = str(config.get("weights_source", "random"))
+
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        license=license,
+        tags=TAGS,
+        datasets=datasets,
+        metrics=[key for key in METRICS if key != "specificity"],
+        model_name=repo_id.split("/")[-1],
+        eval_results=eval_results or None,
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        title=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        revision=revision or "main",
+        space_id=space_id,
+        threshold=_fmt(float(threshold)),
+        num_samples=results.get("test_num_samples", sum(map(sum, matrix)) if confusion else "n/a"),
+        metrics=metric_rows,
+        confusion=confusion,
+        plots=[(name, caption) for name, caption in PLOTS if (model_dir / name).is_file()],
+        data=_data_summary(report),
+        preprocessing=[(k, _fmt(v)) for k, v in sorted(preprocessing.items())],
+        hyperparameters=[(k, _fmt(v)) for k, v in sorted(hyper.items()) if not isinstance(v, (dict, list))],
+        augment=hyper.get("augment"),
+        weights_source=weights_source,
+        random_init=weights_source in ("random", "none", "None", ""),
+        **{key: config.get(key) for key in ("batch_norm", "head", "dropout", "freeze_blocks")},
+        vgg_layers=json.dumps(config.get("vgg_layers")),
+        image_size=config.get("image_size"),
+    )
+    card.text = re.sub(r"\n{3,}", "\n\n", card.text)
+    out = Path(output_path) if output_path else model_dir / "README.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    card.save(out)
+    logger.info("Wrote model card %s (%d test metrics)", out, len(eval_results))
+    return out
+
+
+def _stage_space(space_dir: Path, repo_id: str, revision: str | None, source: Path) -> None:
+    missing = [name for name in SPACE_FILES if not (source / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{source}: Space sources missing {missing}; stage from a checkout of the project")
+    space_dir.mkdir(parents=True)
+    app = (source / "app.py").read_text(encoding="utf-8")
+    app, n_model = re.subn(r"^DEFAULT_MODEL = .*$", f"DEFAULT_MODEL = {repo_id!r}", app, count=1, flags=re.M)
+    app, n_rev = re.subn(r"^DEFAULT_REVISION = .*$", f"DEFAULT_REVISION = {revision!r}", app, count=1, flags=re.M)
+    if not (n_model and n_rev):
+        raise RuntimeError(f"{source / 'app.py'}: DEFAULT_MODEL / DEFAULT_REVISION lines not found")
+    (space_dir / "app.py").write_text(app, encoding="utf-8")
+    shutil.copy2(source / "requirements.txt", space_dir / "requirements.txt")
+    card = SpaceCard.load(source / "README.md")
+    card.data.models = [repo_id]
+    card.save(space_dir / "README.md")
+    if (source / "examples").is_dir():
+        shutil.copytree(source / "examples", space_dir / "examples")
+
+
+def stage_upload(
+    model_dir: str | os.PathLike,
+    stage_dir: str | os.PathLike,
+    *,
+    repo_id: str,
+    space_id: str | None = None,
+    revision: str | None = None,
+    space_source: str | os.PathLike | None = None,
+) -> Path:
+    """Write exactly what `push` uploads, without network: `stage_dir/model/` and, with `space_id`,
+    `stage_dir/space/` (app defaulting to `repo_id`, README `models: [repo_id]`). Returns `stage_dir`."""
+    model_dir, stage_dir = Path(model_dir), Path(stage_dir)
+    validate_repo_id(repo_id)
+    if space_id:
+        validate_repo_id(space_id)
+    required = ["config.json", "preprocessor_config.json"]
+    required += [] if list(model_dir.glob("model*.safetensors")) else ["model.safetensors"]
+    code = {
+        ref.split(".")[0] + ".py"
+        for key in ("config.json", "preprocessor_config.json")
+        for ref in _read_json(model_dir / key).get("auto_map", {}).values()
+    }
+    missing = [name for name in required + sorted(code) if not (model_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{model_dir}: missing {missing}; pass the output_dir written by scripts/train.py (save_pretrained)"
+        )
+    for sub in ("model", "space"):  # replaced on every run, so never let them contain the model folder
+        if (stage_dir / sub).resolve() in (model_dir.resolve(), *model_dir.resolve().parents):
+            raise ValueError(f"stage_dir {stage_dir} would overwrite the model folder {model_dir}: pick another one")
+        if (stage_dir / sub).exists():
+            shutil.rmtree(stage_dir / sub)
+    target = stage_dir / "model"
+    target.mkdir(parents=True)
+    names = sorted({p.name for pattern in MODEL_PATTERNS for p in model_dir.glob(pattern) if p.is_file()})
+    data_dir = _read_json(model_dir / "data_report.json").get("data_dir")
+    for name in names:
+        content = _read_json(model_dir / name) if name in SCRUBBED or name.endswith("_results.json") else None
+        if content:  # results and reports: no local absolute paths on the Hub
+            (target / name).write_text(json.dumps(_scrub(content, data_dir), indent=2) + "\n", encoding="utf-8")
+        else:
+            shutil.copy2(model_dir / name, target / name)
+    write_model_card(model_dir, repo_id=repo_id, revision=revision, space_id=space_id, output_path=target / "README.md")
+    if space_id:
+        _stage_space(stage_dir / "space", repo_id, revision, Path(space_source) if space_source else SPACE_SOURCE)
+    pickles = [str(p) for p in stage_dir.rglob("*") if p.suffix in PICKLE_SUFFIXES]
+    if pickles:
+        raise HubPushError(f"refusing to upload pickle files {pickles}; save weights as safetensors")
+    logger.info("Staged %d model files in %s", len(names) + 1, target)
+    return stage_dir
+
+
+def _check_credentials(api: HfApi, token: str | None) -> dict[str, Any]:
+    """`whoami` before anything else: a clear error for no token, a bad token, offline mode or no network."""
+    fix = "Run `hf auth login`, or set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens)"
+    try:
+        if not (token or get_token()):
+            raise LocalTokenNotFoundError("no token given, none in HF_TOKEN and no stored login")
+        info = api.whoami(token=token)
+    except Exception as err:  # noqa: BLE001 - any failure here means we cannot push: say why, upload nothing
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        if isinstance(err, LocalTokenNotFoundError):
+            hint = f"No Hugging Face token found. {fix}"
+        elif status == 401:
+            hint = f"The token was rejected (401 Unauthorized). {fix}"
+        elif isinstance(err, OfflineModeIsEnabled):
+            hint = "Offline mode is on (HF_HUB_OFFLINE=1): unset it, or use --stage_dir to only write the files"
+        else:
+            hint = f"Cannot reach the Hub: check your network / proxy / HF_ENDPOINT, and your token. {fix}"
+        raise HubPushError(f"{hint}. ({type(err).__name__}: {err}) Nothing was uploaded.") from err
+    role = ((info.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise HubPushError(f"The token of {info.get('name')} is read-only. {fix}. Nothing was uploaded.")
+    return info
+
+
+def push(
+    model_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "Upload brain-MRI VGG16 classifier (hf_mri)",
+    space_id: str | None = None,
+    token: str | None = None,
+) -> dict[str, str]:
+    """Push the model folder (one commit) and optionally its Gradio Space (one commit) to the Hub.
+
+    Credentials, repo ids and every file are checked first; nothing is uploaded if any check fails.
+    `repo_id`/`space_id` without a namespace go to the logged-in user's. Returns the commit URLs.
+    """
+    api = HfApi(token=token)
+    user = _check_credentials(api, token)
+    repo_id = repo_id if "/" in repo_id else f"{user['name']}/{repo_id}"
+    if space_id and "/" not in space_id:
+        space_id = f"{user['name']}/{space_id}"
+    with tempfile.TemporaryDirectory(prefix="hf_mri_push_") as tmp:
+        try:
+            staged = stage_upload(model_dir, tmp, repo_id=repo_id, space_id=space_id, revision=revision)
+        except (ValueError, FileNotFoundError, RuntimeError) as err:
+            raise HubPushError(f"{err}. Nothing was uploaded.") from err
+        urls = {}
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            if revision:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            commit = api.upload_folder(
+                repo_id=repo_id, folder_path=staged / "model", revision=revision, commit_message=commit_message
+            )
+            urls["model"] = str(getattr(commit, "commit_url", commit))
+            logger.info("Pushed model to https://huggingface.co/%s (%s)", repo_id, urls["model"])
+            if space_id:
+                variables = [{"key": MODEL_VARIABLE, "value": repo_id}]
+                variables += [{"key": REVISION_VARIABLE, "value": revision}] if revision else []
+                api.create_repo(
+                    space_id,
+                    repo_type="space",
+                    space_sdk="gradio",
+                    private=private,
+                    exist_ok=True,
+                    space_variables=variables,
+                )
+                for variable in variables:  # create_repo ignores them for an existing Space
+                    api.add_space_variable(space_id, variable["key"], variable["value"])
+                if private:
+                    logger.warning("Private model: add an HF_TOKEN secret with read access to Space %s", space_id)
+                commit = api.upload_folder(
+                    repo_id=space_id, repo_type="space", folder_path=staged / "space", commit_message=commit_message
+                )
+                urls["space"] = str(getattr(commit, "commit_url", commit))
+                logger.info("Pushed Space to https://huggingface.co/spaces/%s", space_id)
+        except Exception as err:
+            done = f" (already pushed: {urls})" if urls else " Nothing was uploaded."
+            raise HubPushError(f"Push to the Hub failed ({type(err).__name__}: {err}).{done}") from err
+    return urls
