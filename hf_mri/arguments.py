@@ -82,6 +82,9 @@ class DataArguments:
     )
     dedupe: bool = field(default=True, metadata={"help": "Remove exact duplicates and group near-duplicates."})
     augment: bool = field(default=True, metadata={"help": "Random flips, rotations, affine and intensity jitter."})
+    augment_preset: str = field(
+        default="light", metadata={"help": "'light' (geometry + mild jitter) or 'strong' (+ gamma, equalise, blur)."}
+    )
     crop_foreground: bool = field(default=True, metadata={"help": "Crop each image to the head's bounding box."})
     resize_mode: str = field(default="pad", metadata={"help": "'pad' (keep aspect ratio) or 'stretch'."})
     denoise: str = field(default="median", metadata={"help": "'median', 'gaussian', 'nlmeans' or 'none'."})

@@ -32,6 +32,13 @@ class AugmentationConfig:
         scale_min / scale_max (`float`, *optional*, defaults to 0.95 / 1.05): range of the zoom factor.
         jitter_prob (`float`, *optional*, defaults to 0.5): probability of brightness/contrast jitter.
         brightness / contrast (`float`, *optional*, defaults to 0.1): factors drawn from [1 - b, 1 + b].
+        gamma_prob (`float`, *optional*, defaults to 0.0): probability of a random gamma from `gamma_range`.
+        gamma_range (`tuple[float, float]`, *optional*, defaults to (0.6, 1.6)): gamma drawn uniformly from it.
+        equalize_prob (`float`, *optional*, defaults to 0.0): probability of global histogram equalisation.
+        blur_prob (`float`, *optional*, defaults to 0.0): probability of a small Gaussian blur.
+
+    `AugmentationConfig.preset("strong")` adds intensity changes (gamma, equalisation, blur, stronger jitter)
+    and stronger framing changes, so that contrast and framing are weaker cues than anatomy.
     """
 
     enabled: bool = field(default=True, metadata={"help": "Random augmentation of the training split."})
@@ -45,9 +52,32 @@ class AugmentationConfig:
     jitter_prob: float = 0.5
     brightness: float = 0.1
     contrast: float = 0.1
+    gamma_prob: float = 0.0
+    gamma_range: tuple[float, float] = (0.6, 1.6)
+    equalize_prob: float = 0.0
+    blur_prob: float = 0.0
+
+    @classmethod
+    def preset(cls, name: str) -> AugmentationConfig:
+        """`"none"`, `"light"` (the defaults) or `"strong"` (intensity and framing changes too)."""
+        presets = {
+            "none": {"enabled": False},
+            "light": {},
+            "strong": {
+                "translate": 0.1, "scale_min": 0.8, "scale_max": 1.15, "affine_prob": 0.7, "brightness": 0.25,
+                "contrast": 0.3, "jitter_prob": 0.7, "gamma_prob": 0.5, "equalize_prob": 0.2, "blur_prob": 0.2,
+            },
+        }  # fmt: skip
+        if name not in presets:
+            raise ValueError(f"augmentation preset must be one of {sorted(presets)}, got {name!r}")
+        return cls(**presets[name])
 
     def __post_init__(self) -> None:
-        for name in ("hflip_prob", "rotation_prob", "affine_prob", "jitter_prob"):
+        low, high = self.gamma_range
+        if not 0.0 < low <= high:
+            raise ValueError(f"gamma_range must be (low, high) with 0 < low <= high, got {self.gamma_range}")
+        for name in ("hflip_prob", "rotation_prob", "affine_prob", "jitter_prob", "gamma_prob", "equalize_prob",
+                     "blur_prob"):  # fmt: skip
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -61,6 +91,18 @@ class AugmentationConfig:
         for name, ok, expected in checks:
             if not ok:
                 raise ValueError(f"{name} must be {expected}, got {getattr(self, name)}")
+
+
+class _RandomGamma(torch.nn.Module):
+    """Gamma correction with gamma drawn uniformly from [low, high] (torch RNG)."""
+
+    def __init__(self, low: float, high: float) -> None:
+        super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, image: Image.Image) -> Image.Image:
+        gamma = self.low + (self.high - self.low) * float(torch.rand(()))
+        return v2.functional.adjust_gamma(image, gamma)
 
 
 class MriAugmentation:
@@ -84,6 +126,9 @@ class MriAugmentation:
                     p=c.affine_prob,
                 ),
                 v2.RandomApply([v2.ColorJitter(brightness=c.brightness, contrast=c.contrast)], p=c.jitter_prob),
+                v2.RandomApply([_RandomGamma(*c.gamma_range)], p=c.gamma_prob),
+                v2.RandomEqualize(p=c.equalize_prob),
+                v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.3, 1.5))], p=c.blur_prob),
             ]
         )
 

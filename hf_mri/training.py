@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, Trainer, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from .arguments import DataArguments, ModelArguments, MriTrainingArguments
 from .augment import AugmentationConfig, build_augmentation
@@ -24,7 +23,7 @@ from .metrics import choose_threshold_for_sensitivity, make_compute_metrics
 from .modeling_mri_vgg import MriVggForImageClassification, WeightsError
 from .reporting import write_evaluation_report, write_results_json
 
-__all__ = ["build_model", "check_launch", "check_output_dir", "resolve_resume", "train"]
+__all__ = ["build_model", "check_launch", "check_output_dir", "checkpoint_problem", "resolve_resume", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +40,58 @@ def check_launch(args: MriTrainingArguments) -> None:
         )
 
 
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why `folder` is not a complete checkpoint, or None. The Trainer writes in place (no temporary folder and
+    rename) with `trainer_state.json` last, so a run killed while saving leaves a folder without it."""
+    folder = Path(folder)
+    try:
+        json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "no trainer_state.json (interrupted while saving?)"
+    except (OSError, ValueError) as err:
+        return f"unreadable trainer_state.json ({err})"
+    weights = sorted(folder.glob("model*.safetensors"))
+    if not weights:
+        return "no model.safetensors"
+    from safetensors import safe_open
+
+    for path in weights:
+        try:
+            with safe_open(str(path), framework="pt"):  # checks the header and that the file is not truncated
+                pass
+        except Exception as err:  # noqa: BLE001 - any failure means this checkpoint cannot be resumed from
+            return f"{path.name} is truncated or corrupt ({err})"
+    return None
+
+
 def resolve_resume(args: MriTrainingArguments) -> str | None:
-    """Turn `--resume_from_checkpoint` (a folder, or `last`) into a checkpoint folder, or None."""
+    """Turn `--resume_from_checkpoint` (a folder, or `last`) into a complete checkpoint folder, or None.
+    `last` skips, with a warning, newer checkpoints left incomplete by a crash."""
     resume = args.resume_from_checkpoint
     if not resume:
         return None
-    if str(resume).lower() in ("true", "last", "latest"):
-        out = Path(args.output_dir)
-        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if resume is None:
-            raise FileNotFoundError(f"--resume_from_checkpoint: no checkpoint-* folder found in {out}")
-    elif not Path(resume).is_dir():
-        raise FileNotFoundError(f"--resume_from_checkpoint: {resume} is not a checkpoint folder")
-    return str(resume)
+    if str(resume).lower() not in ("true", "last", "latest"):
+        if not Path(resume).is_dir():
+            raise FileNotFoundError(f"--resume_from_checkpoint: {resume} is not a checkpoint folder")
+        problem = checkpoint_problem(resume)
+        if problem:
+            raise FileNotFoundError(f"--resume_from_checkpoint: {resume} is incomplete: {problem}")
+        return str(resume)
+    out = Path(args.output_dir)
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
+    skipped = []
+    for folder in sorted(found, key=lambda p: int(p.name.split("-", 1)[1]), reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            for name, why in skipped:
+                logger.warning("Not resuming from %s: %s; using %s instead", name, why, folder.name)
+            return str(folder)
+        skipped.append((folder.name, problem))
+    detail = f" ({'; '.join(f'{name}: {why}' for name, why in skipped)})" if skipped else ""
+    raise FileNotFoundError(
+        f"--resume_from_checkpoint last: no complete checkpoint-* folder in {out}{detail}. "
+        "Start a new run without --resume_from_checkpoint, or pass a checkpoint folder."
+    )
 
 
 def check_output_dir(output_dir: str | os.PathLike, overwrite: bool, resuming: bool) -> None:
@@ -139,7 +177,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: MriTrainin
     pos_weight = float(counts[0] / counts[1]) if model_args.class_weighting and counts[1] else None
     model = build_model(model_args, pos_weight)
     processor = MriVggImageProcessor(image_size=model.config.image_size, **data_args.processor_kwargs())
-    augmentation = build_augmentation(AugmentationConfig(enabled=data_args.augment))
+    augmentation = build_augmentation(
+        AugmentationConfig.preset(data_args.augment_preset if data_args.augment else "none")
+    )
     datasets = with_transforms(splits, processor, augmentation)
 
     callbacks = []

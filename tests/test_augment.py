@@ -76,3 +76,27 @@ def test_augmentation_reaches_the_train_split_only():
     assert first["labels"] == second["labels"] and first["pixel_values"].shape == (3, 64, 64)
     plain = with_transforms(splits, MriVggImageProcessor(image_size=64), None)
     assert torch.equal(plain["train"][0]["pixel_values"], plain["train"][0]["pixel_values"])
+
+
+@pytest.mark.parametrize("preset", ["light", "strong"])
+def test_presets_give_valid_varied_images(preset):
+    torch.manual_seed(0)
+    augment = build_augmentation(AugmentationConfig.preset(preset))
+    image = _image("L")
+    outputs = [np.asarray(augment(image)) for _ in range(4)]
+    assert all(out.shape == np.asarray(image).shape and out.dtype == np.uint8 for out in outputs)
+    assert len({out.tobytes() for out in outputs}) > 1
+
+
+def test_gamma_changes_intensities_only():
+    config = AugmentationConfig(hflip_prob=0, rotation_prob=0, affine_prob=0, jitter_prob=0, gamma_prob=1.0,
+                                gamma_range=(2.0, 2.0))  # fmt: skip
+    image = _image("L")
+    out = np.asarray(build_augmentation(config)(image)).astype(int)
+    original = np.asarray(image).astype(int)
+    assert (out <= original).all() and (out < original).any()  # gamma 2 darkens every mid-tone
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ValueError, match="preset must be one of"):
+        AugmentationConfig.preset("extreme")
