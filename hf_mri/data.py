@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -10,7 +11,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,18 @@ class _Entry:
     given: str | None  # "train"/"test" from a predefined layout, else None
 
 
+@contextlib.contextmanager
+def _no_download_count_ping() -> Iterator[None]:
+    """`load_dataset("imagefolder")` pings S3 to count downloads, even for a local folder: not from us."""
+    import datasets.config
+
+    saved, datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = datasets.config.HF_UPDATE_DOWNLOAD_COUNTS, False
+    try:
+        yield
+    finally:
+        datasets.config.HF_UPDATE_DOWNLOAD_COUNTS = saved
+
+
 def discover_files(root: str | os.PathLike) -> tuple[list[Path], list[str]]:
     """Image files under `root` (sorted) and the visible non-image files ignored (relative paths).
 
@@ -133,7 +146,7 @@ def discover_files(root: str | os.PathLike) -> tuple[list[Path], list[str]]:
         features = Features({"image": ImageFeature(decode=False)})
         # An explicit "train" pattern: inferring splits from file names could silently drop files. Streaming
         # writes no Arrow cache; the throwaway cache_dir keeps its lock files out of the user's cache.
-        with tempfile.TemporaryDirectory() as scratch:
+        with tempfile.TemporaryDirectory() as scratch, _no_download_count_ping():
             try:
                 streamed = load_dataset(
                     "imagefolder", data_dir=str(root), data_files={"train": "**"}, streaming=True,

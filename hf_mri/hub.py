@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ MODEL_PATTERNS = (
     "*.png",
 )
 SCRUBBED = ("data_report.json", "training_config.json")
+WHOAMI_TIMEOUT_S = 8.0  # the credential check before a push; a reachable Hub answers in well under a second
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 METRICS = {
     "accuracy": "Accuracy",
@@ -292,13 +294,34 @@ def stage_upload(
     return stage_dir
 
 
+def _whoami_within(api: HfApi, token: str | None, seconds: float = WHOAMI_TIMEOUT_S) -> dict[str, Any]:
+    """`api.whoami`, but give up after `seconds`: the Hub client has no timeout, so a network that drops
+    packets would otherwise hang here for minutes. The call goes on in a daemon thread that exit does not wait for."""
+    result: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            result["info"] = api.whoami(token=token)
+        except Exception as err:  # noqa: BLE001 - re-raised below, in the caller's thread
+            result["error"] = err
+
+    thread = threading.Thread(target=call, name="hf_mri-whoami", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise TimeoutError(f"the Hub ({api.endpoint}) did not answer within {seconds:.0f} s")
+    if "error" in result:
+        raise result["error"]
+    return result["info"]
+
+
 def _check_credentials(api: HfApi, token: str | None) -> dict[str, Any]:
     """`whoami` before anything else: a clear error for no token, a bad token, offline mode or no network."""
     fix = "Run `hf auth login`, or set HF_TOKEN to a token with write access (https://huggingface.co/settings/tokens)"
     try:
         if not (token or get_token()):
             raise LocalTokenNotFoundError("no token given, none in HF_TOKEN and no stored login")
-        info = api.whoami(token=token)
+        info = _whoami_within(api, token)
     except Exception as err:  # noqa: BLE001 - any failure here means we cannot push: say why, upload nothing
         status = getattr(getattr(err, "response", None), "status_code", None)
         if isinstance(err, LocalTokenNotFoundError):

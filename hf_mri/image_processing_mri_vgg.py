@@ -48,6 +48,33 @@ def _is_dicom(path: Path) -> bool:
         return False
 
 
+def _check_inflated_size(path: Path, limit: int) -> None:
+    """pydicom inflates a deflated DICOM whole before parsing it: refuse one that inflates beyond `limit` bytes."""
+    import zlib
+
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:  # noqa: BLE001 - dcmread reports unreadable files
+        return
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return
+    inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    with open(path, "rb") as handle:
+        handle.seek(128 + 4 + 12 + int(meta.get("FileMetaInformationGroupLength", 0)))  # preamble, DICM, (0002,0000)
+        while not inflater.eof and (data := inflater.unconsumed_tail or handle.read(1 << 16)):
+            try:
+                total += len(inflater.decompress(data, 1 << 20))
+            except zlib.error as err:
+                raise MriImageError(f"{path}: not a readable deflated DICOM file ({err})") from err
+            if total > limit:
+                raise MriImageError(
+                    f"{path}: deflated DICOM inflates to more than {limit} bytes (possible decompression bomb)"
+                )
+
+
 def _load_dicom(path: Path, max_pixels: int) -> Image.Image:
     """Read one DICOM slice, apply its VOI LUT / window (else min-max) and return an 8-bit image."""
     try:
@@ -55,6 +82,7 @@ def _load_dicom(path: Path, max_pixels: int) -> Image.Image:
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
     except ImportError as err:  # pragma: no cover - pydicom is a dependency of hf_mri
         raise MriImageError(f"{path}: reading DICOM needs pydicom (pip install pydicom)") from err
+    _check_inflated_size(path, 4 * max_pixels)  # room for one 16-bit slice of max_pixels, twice
     try:
         ds = pydicom.dcmread(path)
     except Exception as err:
@@ -63,11 +91,16 @@ def _load_dicom(path: Path, max_pixels: int) -> Image.Image:
     if rows * cols > max_pixels:
         raise MriImageError(f"{path}: DICOM slice of {cols}x{rows} pixels exceeds the limit of {max_pixels}")
     try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if frames > 1:
+            ds.pixel_array_options(index=frames // 2)  # multi-frame: decode the middle slice only
         pixels = ds.pixel_array
     except Exception as err:
         raise MriImageError(f"{path}: DICOM has no decodable pixel data ({err})") from err
     if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) == 1:
         pixels = pixels[pixels.shape[0] // 2]  # multi-frame: the middle slice
+    if pixels.ndim == 3 and ds.get("SamplesPerPixel", 1) > 1:  # colour (e.g. RGB secondary capture): luminance
+        pixels = np.asarray(pixels[..., :3], dtype=np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     pixels = apply_modality_lut(pixels, ds)
     windowed = "WindowCenter" in ds or "VOILUTSequence" in ds
     if windowed and pixels.ndim == 2:

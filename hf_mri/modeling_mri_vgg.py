@@ -289,11 +289,18 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _reachable(host: str, timeout: float = 3.0) -> bool:
-    """True if a TCP connection to `host`:443 opens within `timeout` seconds."""
+    """True if a TCP connection to `host`:443, or to the HTTPS proxy set for it, opens within `timeout` seconds."""
     import socket
+    import urllib.parse
+    import urllib.request
 
+    port = 443
+    proxy = urllib.request.getproxies().get("https")
+    if proxy and not urllib.request.proxy_bypass(host):  # the downloads go through the proxy: can we reach it?
+        parsed = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = parsed.hostname or host, parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, port), timeout=timeout).close()
         return True
     except OSError:
         return False

@@ -164,6 +164,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: MriTrainin
     set_seed(args.seed)
     out = Path(args.output_dir)
 
+    model = build_model(model_args)  # before the data: unavailable weights (--weights imagenet offline) fail fast
     with args.main_process_first(desc="loading and checking images"):
         splits, report = load_splits(
             data_args.data_dir,
@@ -174,8 +175,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: MriTrainin
             dedupe=data_args.dedupe,
         )
     counts = np.bincount(np.asarray(splits["train"]["label"]), minlength=2)
-    pos_weight = float(counts[0] / counts[1]) if model_args.class_weighting and counts[1] else None
-    model = build_model(model_args, pos_weight)
+    model.config.pos_weight = float(counts[0] / counts[1]) if model_args.class_weighting and counts[1] else None
     processor = MriVggImageProcessor(image_size=model.config.image_size, **data_args.processor_kwargs())
     augmentation = build_augmentation(
         AugmentationConfig.preset(data_args.augment_preset if data_args.augment else "none")
