@@ -228,7 +228,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: MriTrainin
         )
         results["train_wall_time_s"] = round(time.time() - started, 1)
         write_results_json(results, out / "all_results.json")
-        from .hub import push, write_model_card
+        from .hub import push
+        from .model_card import write_model_card
 
         write_model_card(out)
         if push_to_hub:

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import runpy
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY, make_mri_folder
+from conftest import REPO_ROOT, TINY, load_script, make_mri_folder
 from huggingface_hub import HfApi, ModelCard, metadata_load
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.repocard_data import model_index_to_eval_results
@@ -217,7 +216,7 @@ def test_staged_folder_is_complete_portable_and_pickle_free(trained_dir, tmp_pat
 
 
 def test_push_script_stage_dir_writes_files_without_network(trained_dir, tmp_path):
-    main = runpy.run_path(str(REPO_ROOT / "scripts" / "push_to_hub.py"))["main"]
+    main = load_script("push_to_hub").main
     args = ["--model_dir", str(trained_dir), "--repo_id", "me/mri-vgg16", "--stage_dir", str(tmp_path / "s")]
     assert main(args) == 0
     assert (tmp_path / "s" / "model" / "model.safetensors").is_file() and not (tmp_path / "s" / "space").exists()
