@@ -36,6 +36,7 @@ class AugmentationConfig:
         gamma_range (`tuple[float, float]`, *optional*, defaults to (0.6, 1.6)): gamma drawn uniformly from it.
         equalize_prob (`float`, *optional*, defaults to 0.0): probability of global histogram equalisation.
         blur_prob (`float`, *optional*, defaults to 0.0): probability of a small Gaussian blur.
+        invert_prob (`float`, *optional*, defaults to 0.0): probability of inverting intensities (T1/T2-like swap).
 
     `AugmentationConfig.preset("strong")` adds intensity changes (gamma, equalisation, blur, stronger jitter)
     and stronger framing changes, so that contrast and framing are weaker cues than anatomy.
@@ -56,6 +57,7 @@ class AugmentationConfig:
     gamma_range: tuple[float, float] = (0.6, 1.6)
     equalize_prob: float = 0.0
     blur_prob: float = 0.0
+    invert_prob: float = 0.0
 
     @classmethod
     def preset(cls, name: str) -> AugmentationConfig:
@@ -66,6 +68,7 @@ class AugmentationConfig:
             "strong": {
                 "translate": 0.1, "scale_min": 0.8, "scale_max": 1.15, "affine_prob": 0.7, "brightness": 0.25,
                 "contrast": 0.3, "jitter_prob": 0.7, "gamma_prob": 0.5, "equalize_prob": 0.2, "blur_prob": 0.2,
+                "invert_prob": 0.2,
             },
         }  # fmt: skip
         if name not in presets:
@@ -77,7 +80,7 @@ class AugmentationConfig:
         if not 0.0 < low <= high:
             raise ValueError(f"gamma_range must be (low, high) with 0 < low <= high, got {self.gamma_range}")
         for name in ("hflip_prob", "rotation_prob", "affine_prob", "jitter_prob", "gamma_prob", "equalize_prob",
-                     "blur_prob"):  # fmt: skip
+                     "blur_prob", "invert_prob"):  # fmt: skip
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -129,6 +132,7 @@ class MriAugmentation:
                 v2.RandomApply([_RandomGamma(*c.gamma_range)], p=c.gamma_prob),
                 v2.RandomEqualize(p=c.equalize_prob),
                 v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.3, 1.5))], p=c.blur_prob),
+                v2.RandomInvert(p=c.invert_prob),
             ]
         )
 

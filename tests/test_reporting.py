@@ -128,3 +128,15 @@ def test_write_evaluation_report_single_class_writes_null_auc(tmp_path):
     assert saved["test_roc_auc"] is None
     assert saved["test_confusion_matrix"] == [[0, 0], [1, 2]]
     _assert_png(tmp_path / "roc_curve.png")
+
+
+def test_results_json_gets_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        path = write_results_json({"accuracy": 1.0}, tmp_path / "r.json")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
