@@ -43,6 +43,10 @@ class ModelArguments:
     early_stopping_patience: int | None = field(
         default=None, metadata={"help": "Stop after this many evaluations without a better validation ROC-AUC."}
     )
+    channels_last: bool = field(
+        default=False,
+        metadata={"help": "channels_last memory format; on CPU use it with --bf16, which it makes fast."},
+    )
     cache_features: bool = field(
         default=False,
         metadata={"help": "With --freeze_blocks covering every block: compute conv features once and reuse them."},

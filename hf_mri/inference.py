@@ -24,6 +24,7 @@ def load_model(model: str | os.PathLike, revision: str | None = None) -> tuple[t
     kwargs = {"trust_remote_code": True, "revision": revision}
     try:
         loaded = AutoModelForImageClassification.from_pretrained(model, **kwargs).eval()
+        loaded = loaded.to(memory_format=torch.channels_last)  # faster CPU convolutions, same results
         processor = AutoImageProcessor.from_pretrained(model, **kwargs)
     except OSError as err:
         raise OSError(

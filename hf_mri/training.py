@@ -176,17 +176,25 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: MriTrainin
         )
     counts = np.bincount(np.asarray(splits["train"]["label"]), minlength=2)
     model.config.pos_weight = float(counts[0] / counts[1]) if model_args.class_weighting and counts[1] else None
+    if model_args.channels_last:  # conv activations follow the weights' memory format
+        model = model.to(memory_format=torch.channels_last)
     processor = MriVggImageProcessor(image_size=model.config.image_size, **data_args.processor_kwargs())
-    augmentation = build_augmentation(
-        AugmentationConfig.preset(data_args.augment_preset if data_args.augment else "none")
-    )
-    datasets = with_transforms(splits, processor, augmentation)
+    train_model = model
+    if model_args.cache_features:
+        from .feature_cache import prepare_cached_features
+
+        train_model, datasets = prepare_cached_features(
+            model.to(args.device), splits, processor, args.per_device_eval_batch_size, args.dataloader_num_workers
+        )
+    else:
+        preset = data_args.augment_preset if data_args.augment else "none"
+        datasets = with_transforms(splits, processor, build_augmentation(AugmentationConfig.preset(preset)))
 
     callbacks = []
     if model_args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=model_args.early_stopping_patience))
     trainer = Trainer(
-        model=model,
+        model=train_model,
         args=args,
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"],
@@ -220,7 +228,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: MriTrainin
         results.update(
             write_evaluation_report(test_probs, test_labels, out, prefix="test", threshold=model.config.threshold)
         )
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(out)
+        model.save_pretrained(out)  # the full model; a cached-features wrapper shares its head
         processor.save_pretrained(out)
         save_report(report, splits, out)
         (out / "training_config.json").write_text(

@@ -18,6 +18,10 @@ class PredictArguments:
     batch_size: int = field(default=16, metadata={"help": "Images per forward pass."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes for decoding."})
     cam_dir: str | None = field(default=None, metadata={"help": "Save a Grad-CAM overlay PNG per file here."})
+    backend: str = field(
+        default="pytorch", metadata={"help": "'pytorch' or 'onnx' (<model>/model.onnx from scripts/export_onnx.py)."}
+    )
+    onnx_path: str | None = field(default=None, metadata={"help": "The .onnx file for --backend onnx."})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     if not files or any(name.startswith("--") for name in files):
         parser.error(f"give image files to score after the flags (unrecognised: {[f for f in files if f[:2] == '--']})")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    model, processor = load_model(args.model, args.revision)
+    if args.backend == "onnx":
+        if args.cam_dir:
+            parser.error("--cam_dir needs --backend pytorch (Grad-CAM uses gradients)")
+        from hf_mri.onnx_export import load_onnx_model
+
+        model, processor = load_onnx_model(args.model, args.onnx_path)
+    elif args.backend == "pytorch":
+        model, processor = load_model(args.model, args.revision)
+    else:
+        parser.error(f"--backend must be 'pytorch' or 'onnx', got {args.backend!r}")
     failures = 0
     for row in predict_files(model, processor, files, batch_size=args.batch_size, num_workers=args.num_workers):
         failures += "error" in row

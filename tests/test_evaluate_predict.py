@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY, load_script, make_mri_folder
@@ -55,3 +56,20 @@ def test_predict_prints_one_json_line_per_file_and_an_error_line_for_bad_ones(mo
     assert len(good) == 10 and all(0.0 <= row["p_tumor"] <= 1.0 for row in good)
     assert all(row["label"] == ("tumor" if row["p_tumor"] >= 0.4 else "no_tumor") for row in good)
     assert code == 1
+
+
+def test_predict_onnx_backend_matches_pytorch(model_dir, messy_folder, capsys):
+    pytest.importorskip("onnxruntime")
+    from hf_mri.inference import load_model
+    from hf_mri.onnx_export import export_onnx
+
+    model, _ = load_model(model_dir)
+    export_onnx(model, model_dir / "model.onnx")
+    predict_script = load_script("predict")
+    files = sorted(str(p) for p in messy_folder.rglob("*.png"))[:4]
+    predict_script.main(["--model", str(model_dir), *files])
+    eager = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    predict_script.main(["--model", str(model_dir), "--backend", "onnx", *files])
+    onnx = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["label"] for row in onnx] == [row["label"] for row in eager]
+    np.testing.assert_allclose([r["p_tumor"] for r in onnx], [r["p_tumor"] for r in eager], atol=1e-4)

@@ -83,3 +83,12 @@ def test_target_sensitivity_sets_a_threshold_reaching_it_on_validation(mri_folde
     assert config["threshold"] == results["threshold"]
     assert results["eval_recall"] >= 0.9
     assert np.isfinite(results["test_accuracy"])
+
+
+@pytest.mark.parametrize("extra", [["--freeze_blocks", "3", "--cache_features"], ["--bf16", "--channels_last"]])
+def test_fast_paths_train_end_to_end(mri_folder, tmp_path, extra):
+    out = tmp_path / "fast"
+    results = run_train(mri_folder, out, "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no",
+                        "--load_best_model_at_end", "False", *extra)  # fmt: skip
+    assert (out / "model.safetensors").is_file() and np.isfinite(results["train_loss"])
+    assert sum(map(sum, json.loads((out / "test_results.json").read_text())["test_confusion_matrix"])) > 0
