@@ -15,6 +15,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "brain-mri-dev"
 
+# Prepended to child-interpreter scripts: importing hf_mri fails there, as for a Hub user without it.
+WITHOUT_HF_MRI = """
+import importlib.abc, sys
+
+class BlockHfMri(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "hf_mri" or name.startswith("hf_mri."):
+            raise ImportError("hf_mri is blocked in this interpreter")
+
+sys.meta_path.insert(0, BlockHfMri())
+"""
+
 # A VGG-shaped model small enough for CPU tests that take seconds.
 TINY = {
     "image_size": 64,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, TINY, load_script, make_mri_folder
+from conftest import REPO_ROOT, TINY, WITHOUT_HF_MRI, load_script, make_mri_folder
 from huggingface_hub import HfApi, ModelCard, metadata_load
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.repocard_data import model_index_to_eval_results
@@ -142,16 +142,8 @@ def test_usage_snippet_in_the_card_runs(trained_dir, tmp_path, monkeypatch):
     assert 0 <= namespace["p_tumor"] <= 1 and namespace["heatmap"].shape == (1, 64, 64)
 
 
-CHILD = textwrap.dedent(
+CHILD = WITHOUT_HF_MRI + textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    class BlockHfMri(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_mri" or name.startswith("hf_mri."):
-                raise ImportError("hf_mri is blocked in this interpreter")
-
-    sys.meta_path.insert(0, BlockHfMri())
     import numpy as np, torch
     from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification
 

@@ -8,21 +8,13 @@ import textwrap
 
 import numpy as np
 import torch
-from conftest import TINY
+from conftest import TINY, WITHOUT_HF_MRI
 from PIL import Image
 
 from hf_mri import MriVggConfig, MriVggForImageClassification, MriVggImageProcessor
 
-CHILD = textwrap.dedent(
+CHILD = WITHOUT_HF_MRI + textwrap.dedent(
     """
-    import importlib.abc, sys
-
-    class BlockHfMri(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "hf_mri" or name.startswith("hf_mri."):
-                raise ImportError("hf_mri is blocked in this interpreter")
-
-    sys.meta_path.insert(0, BlockHfMri())
     import numpy as np, torch
     from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
