@@ -39,10 +39,6 @@ logger = logging.getLogger(__name__)
 Perturbation = Callable[[ImageLike], Image.Image]
 
 
-def _gray(image: ImageLike) -> np.ndarray:
-    return to_grayscale_uint8(image)
-
-
 def _pil(gray: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(gray, dtype=np.uint8), mode="L")
 
@@ -52,29 +48,29 @@ def adjust_gamma(image: ImageLike, gamma: float) -> Image.Image:
     if gamma <= 0:
         raise ValueError(f"gamma must be > 0, got {gamma}")
     table = np.clip(np.round(255.0 * (np.arange(256) / 255.0) ** gamma), 0, 255).astype(np.uint8)
-    return _pil(table[_gray(image)])
+    return _pil(table[to_grayscale_uint8(image)])
 
 
 def invert(image: ImageLike) -> Image.Image:
     """Intensity inversion ``255 - x`` (dark background becomes white: a different contrast convention)."""
-    return _pil(255 - _gray(image))
+    return _pil(255 - to_grayscale_uint8(image))
 
 
 def equalize_histogram(image: ImageLike) -> Image.Image:
     """Global histogram equalisation (OpenCV), as some PACS exports or preprocessing pipelines apply."""
-    return _pil(cv2.equalizeHist(_gray(image)))
+    return _pil(cv2.equalizeHist(to_grayscale_uint8(image)))
 
 
 def adjust_contrast(image: ImageLike, factor: float) -> Image.Image:
     """Scale contrast around the image mean: ``mean + factor * (x - mean)`` (factor < 1 flattens)."""
-    gray = _gray(image).astype(np.float32)
+    gray = to_grayscale_uint8(image).astype(np.float32)
     mean = float(gray.mean())
     return _pil(np.clip(np.round(mean + factor * (gray - mean)), 0, 255))
 
 
 def rescale(image: ImageLike, scale: float) -> Image.Image:
     """Resize by ``scale`` (bicubic; area when shrinking), keeping each side >= the processor's minimum."""
-    pil = _pil(_gray(image))
+    pil = _pil(to_grayscale_uint8(image))
     width, height = pil.size
     size = (max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale)))
     return pil.resize(size, Image.Resampling.BOX if scale < 1 else Image.Resampling.BICUBIC)
@@ -85,7 +81,7 @@ def pad_frame(image: ImageLike, fill: float = 0.6, position: tuple[float, float]
     the (x, y) fraction of the free space left of / above the image (0.5, 0.5 would centre it)."""
     if not 0 < fill <= 1:
         raise ValueError(f"fill must be in (0, 1], got {fill}")
-    gray = _gray(image)
+    gray = to_grayscale_uint8(image)
     height, width = gray.shape
     canvas_h, canvas_w = round(height / fill), round(width / fill)
     top, left = round((canvas_h - height) * position[1]), round((canvas_w - width) * position[0])
@@ -96,7 +92,7 @@ def pad_frame(image: ImageLike, fill: float = 0.6, position: tuple[float, float]
 
 def crop_margins(image: ImageLike, margin: float = 0.1) -> Image.Image:
     """Cut ``margin`` of the height/width off every side (tighter framing; may clip the skull)."""
-    gray = _gray(image)
+    gray = to_grayscale_uint8(image)
     height, width = gray.shape
     dy, dx = round(height * margin), round(width * margin)
     dy, dx = min(dy, (height - MIN_SIDE) // 2), min(dx, (width - MIN_SIDE) // 2)
@@ -105,13 +101,13 @@ def crop_margins(image: ImageLike, margin: float = 0.1) -> Image.Image:
 
 def rgb_gray(image: ImageLike) -> Image.Image:
     """The same grey values stored as a 3-channel RGB image (R = G = B), as many JPEG exports do."""
-    return _pil(_gray(image)).convert("RGB")
+    return _pil(to_grayscale_uint8(image)).convert("RGB")
 
 
 def jpeg_reencode(image: ImageLike, quality: int = 30) -> Image.Image:
     """Round-trip through a lossy JPEG at ``quality`` (blocking and ringing artefacts)."""
     buffer = io.BytesIO()
-    _pil(_gray(image)).save(buffer, format="JPEG", quality=int(quality))
+    _pil(to_grayscale_uint8(image)).save(buffer, format="JPEG", quality=int(quality))
     buffer.seek(0)
     with Image.open(buffer) as decoded:
         return decoded.convert("L")
@@ -119,7 +115,7 @@ def jpeg_reencode(image: ImageLike, quality: int = 30) -> Image.Image:
 
 def hflip(image: ImageLike) -> Image.Image:
     """Left-right mirror (also the test-time augmentation)."""
-    return ImageOps.mirror(_pil(_gray(image)))
+    return ImageOps.mirror(_pil(to_grayscale_uint8(image)))
 
 
 PERTURBATIONS: dict[str, Perturbation] = {
